@@ -1,0 +1,5 @@
+import sys
+
+from explorer.launcher import main
+
+sys.exit(main())

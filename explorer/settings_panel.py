@@ -1,0 +1,271 @@
+"""The settings form: dataset, model, hyperparameters and recording options.
+
+Every field is saved to QSettings when training starts or the window closes
+and restored at start-up, so the next session opens where the last ended.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from core.bottleneck import BottleneckSpecError, parse_bottleneck
+from core.config import TrainConfig
+from core.data import DATASET_NAMES
+from core.device import DEVICE_CHOICES, PRECISION_CHOICES
+from core.models import MODEL_KINDS
+from core.render import MAPPINGS
+
+INVALID_STYLE = "QLineEdit { border: 1px solid #d9534f; }"
+
+
+class SettingsPanel(QWidget):
+    """Form widgets for a TrainConfig plus display and recording settings."""
+
+    mappingChanged = Signal(str)
+    validityChanged = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        defaults = TrainConfig()
+        layout = QVBoxLayout(self)
+
+        data_box = QGroupBox("Data")
+        data_form = QFormLayout(data_box)
+        self.dataset = QComboBox()
+        self.dataset.setEditable(True)
+        self.dataset.addItems(DATASET_NAMES)
+        self.dataset.setToolTip(
+            "mnist is built in and works offline; fashion-mnist and cifar10 are "
+            "downloaded by torchvision on first use; or type or browse to a "
+            "folder with one subfolder of images per class"
+        )
+        browse = QPushButton("…")
+        browse.setToolTip("Choose an image folder with one subfolder per class")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._browse_dataset)
+        row = QHBoxLayout()
+        row.addWidget(self.dataset, 1)
+        row.addWidget(browse)
+        data_form.addRow("Dataset", row)
+        self.train_limit = self._spin(0, 1_000_000, 10000, step=1000)
+        self.train_limit.setSpecialValueText("all")
+        self.train_limit.setToolTip(
+            "Train on the first N training images (0: all). Fewer images make "
+            "each epoch faster."
+        )
+        data_form.addRow("Train images", self.train_limit)
+        self.test_limit = self._spin(0, 1_000_000, 0, step=1000)
+        self.test_limit.setSpecialValueText("all")
+        self.test_limit.setToolTip("Evaluate on the first N test images (0: all)")
+        data_form.addRow("Test images", self.test_limit)
+        layout.addWidget(data_box)
+
+        model_box = QGroupBox("Model")
+        model_form = QFormLayout(model_box)
+        self.model = QComboBox()
+        self.model.addItems(list(MODEL_KINDS))
+        self.model.setToolTip(
+            "autoencoder: conv encoder, bottleneck, conv decoder. capsnet: "
+            "Sabour et al. 2017, 10 digit capsules of 16 values"
+        )
+        model_form.addRow("Model", self.model)
+        self.bottleneck = QLineEdit(defaults.bottleneck)
+        self.bottleneck.setToolTip(
+            "Autoencoder bottleneck as channels x height x width (32x1x1, "
+            "32x16x3, 64x64x3) or a number of values (1 to 16384)"
+        )
+        self.bottleneck.textChanged.connect(self._check_bottleneck)
+        model_form.addRow("Bottleneck", self.bottleneck)
+        self.width = self._spin(1, 256, defaults.width)
+        self.width.setToolTip(
+            "Autoencoder channels in the first conv layer (the second has twice "
+            "as many)"
+        )
+        model_form.addRow("Width", self.width)
+        layout.addWidget(model_box)
+
+        train_box = QGroupBox("Training")
+        train_form = QFormLayout(train_box)
+        self.epochs = self._spin(1, 10_000, defaults.epochs)
+        self.epochs.setToolTip("Number of passes over the training images")
+        train_form.addRow("Epochs", self.epochs)
+        self.batch_size = self._spin(1, 8192, defaults.batch_size)
+        self.batch_size.setToolTip("Images per optimizer step")
+        train_form.addRow("Batch size", self.batch_size)
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(0.00001, 1.0)
+        self.learning_rate.setSingleStep(0.0001)
+        self.learning_rate.setValue(defaults.learning_rate)
+        self.learning_rate.setToolTip("Adam learning rate (step size)")
+        train_form.addRow("Learning rate", self.learning_rate)
+        self.device = QComboBox()
+        self.device.addItems(DEVICE_CHOICES)
+        self.device.setToolTip("auto: CUDA GPU, then Apple MPS, then the CPU")
+        train_form.addRow("Device", self.device)
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISION_CHOICES)
+        self.precision.setToolTip(
+            "auto: bf16 autocast on GPUs and on CPUs with AMX, else fp32"
+        )
+        train_form.addRow("Precision", self.precision)
+        layout.addWidget(train_box)
+
+        view_box = QGroupBox("View and recording")
+        view_form = QFormLayout(view_box)
+        self.mapping = QComboBox()
+        self.mapping.addItems(MAPPINGS)
+        self.mapping.setToolTip(
+            "rgb: bottleneck values reshaped into colour pixels (triples as "
+            "R, G, B). tiles: one tile per channel in a blue-white-red map"
+        )
+        self.mapping.currentTextChanged.connect(self.mappingChanged)
+        view_form.addRow("Bottleneck view", self.mapping)
+        self.gif_duration = self._spin(10, 10_000, 400, step=10)
+        self.gif_duration.setSuffix(" ms")
+        self.gif_duration.setToolTip(
+            "How long each GIF frame is shown, in milliseconds (10 ms steps)"
+        )
+        view_form.addRow("GIF frame", self.gif_duration)
+        self.gif_loop = self._spin(0, 1000, 0)
+        self.gif_loop.setSpecialValueText("forever")
+        self.gif_loop.setToolTip("How many times a GIF repeats (0: forever)")
+        view_form.addRow("GIF loops", self.gif_loop)
+        layout.addWidget(view_box)
+        layout.addStretch(1)
+
+        self.model.currentTextChanged.connect(self._model_changed)
+        self._model_changed(self.model.currentText())
+
+    @staticmethod
+    def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setValue(value)
+        return spin
+
+    def _browse_dataset(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder")
+        if folder:
+            self.dataset.setCurrentText(folder)
+
+    def _model_changed(self, kind: str) -> None:
+        is_autoencoder = kind == "autoencoder"
+        self.bottleneck.setEnabled(is_autoencoder)
+        self.width.setEnabled(is_autoencoder)
+        self._check_bottleneck(self.bottleneck.text())
+
+    def _check_bottleneck(self, text: str) -> None:
+        valid = True
+        if self.model.currentText() == "autoencoder":
+            try:
+                parse_bottleneck(text)
+                self.bottleneck.setStyleSheet("")
+                self.bottleneck.setToolTip(
+                    "Autoencoder bottleneck as CxHxW or a number of values"
+                )
+            except BottleneckSpecError as error:
+                valid = False
+                self.bottleneck.setStyleSheet(INVALID_STYLE)
+                self.bottleneck.setToolTip(str(error))
+        self.validityChanged.emit(valid)
+
+    # ---- reading and writing ----------------------------------------------
+
+    def config(self) -> TrainConfig:
+        """Return the TrainConfig that the form describes (validated)."""
+        model = self.model.currentText()
+        config = TrainConfig(
+            dataset=self.dataset.currentText().strip(),
+            model=model,
+            bottleneck=self.bottleneck.text().strip(),
+            width=self.width.value(),
+            epochs=self.epochs.value(),
+            batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            train_limit=self.train_limit.value() or None,
+            test_limit=self.test_limit.value() or None,
+            augment_shift=2 if model == "capsnet" else 0,
+            device=self.device.currentText(),
+            precision=self.precision.currentText(),
+        )
+        config.validate()
+        return config
+
+    def apply_config(self, config: TrainConfig) -> None:
+        """Show ``config`` in the form (after opening a run directory)."""
+        self.dataset.setCurrentText(config.dataset)
+        self.model.setCurrentText(config.model)
+        self.bottleneck.setText(config.bottleneck)
+        self.width.setValue(config.width)
+        self.epochs.setValue(config.epochs)
+        self.batch_size.setValue(config.batch_size)
+        self.learning_rate.setValue(config.learning_rate)
+        self.train_limit.setValue(config.train_limit or 0)
+        self.test_limit.setValue(config.test_limit or 0)
+        self.device.setCurrentText(config.device)
+        self.precision.setCurrentText(config.precision)
+
+    def _fields(self) -> dict[str, QWidget]:
+        return {
+            "dataset": self.dataset,
+            "model": self.model,
+            "bottleneck": self.bottleneck,
+            "width": self.width,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "train_limit": self.train_limit,
+            "test_limit": self.test_limit,
+            "device": self.device,
+            "precision": self.precision,
+            "mapping": self.mapping,
+            "gif_duration": self.gif_duration,
+            "gif_loop": self.gif_loop,
+        }
+
+    def save(self, settings: QSettings) -> None:
+        settings.beginGroup("settings")
+        for key, widget in self._fields().items():
+            if isinstance(widget, QComboBox):
+                settings.setValue(key, widget.currentText())
+            elif isinstance(widget, QLineEdit):
+                settings.setValue(key, widget.text())
+            else:
+                settings.setValue(key, widget.value())
+        settings.endGroup()
+
+    def restore(self, settings: QSettings) -> None:
+        """Restore saved values; a stored value of the wrong type is ignored."""
+        settings.beginGroup("settings")
+        for key, widget in self._fields().items():
+            value = settings.value(key)
+            if value is None:
+                continue
+            try:
+                if isinstance(widget, QComboBox):
+                    if widget.isEditable() or widget.findText(str(value)) >= 0:
+                        widget.setCurrentText(str(value))
+                elif isinstance(widget, QLineEdit):
+                    widget.setText(str(value))
+                elif isinstance(widget, QDoubleSpinBox):
+                    widget.setValue(float(value))
+                else:
+                    widget.setValue(int(value))
+            except (TypeError, ValueError):
+                continue
+        settings.endGroup()

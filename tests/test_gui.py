@@ -1,0 +1,132 @@
+"""The real main window, offscreen, training on real MNIST."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from explorer.main_window import MainWindow
+
+TRAIN_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_RUNS", str(tmp_path / "runs"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.show()
+    panel = win.panel
+    panel.dataset.setCurrentText("mnist")
+    panel.model.setCurrentText("autoencoder")
+    panel.bottleneck.setText("32x1x1")
+    panel.train_limit.setValue(1500)
+    panel.test_limit.setValue(300)
+    panel.batch_size.setValue(64)
+    panel.epochs.setValue(2)
+    panel.gif_duration.setValue(100)
+    return win
+
+
+def test_training_updates_views_and_records_gifs(window, qtbot, tmp_path):
+    view = window.snapshot_view
+    assert view.latent_item.image is None
+
+    window.train_action.trigger()
+    assert window.training and not window.train_action.isEnabled()
+    window.tabs.setCurrentIndex(1)  # the window stays usable during an epoch
+    window.resize(1100, 760)
+    qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
+
+    assert window.last_error is None
+    assert [s.epoch for s in view.snapshots] == [1, 2]
+    assert view.latent_item.image is not None
+    first, second = (view.rendered_rows(s) for s in view.snapshots)
+    assert not np.array_equal(first[1], second[1])  # bottleneck changed
+    assert not np.array_equal(first[2], second[2])  # reconstructions changed
+    assert window.curves_view.point_count() > 10
+    assert len(window.curves_view.epochs) == 2
+    assert "finished after 2 epochs" in window.progress.format()
+    assert window.device_label.text().startswith("Device: CPU")
+
+    exported = window.export_snapshot_gif(tmp_path / "snapshots.gif")
+    frames = iio.imread(exported, index=None)
+    assert frames.shape[0] == 2
+    assert iio.immeta(exported, index=0)["duration"] == 100
+
+    window.tabs.setCurrentIndex(0)
+    window.record_action.trigger()
+    view.slider.setValue(0)
+    qtbot.wait(150)
+    view.slider.setValue(1)
+    qtbot.wait(150)
+    saved = window.stop_recording(tmp_path / "panel.gif")
+    panel_frames = iio.imread(saved, index=None)
+    assert panel_frames.shape[0] >= 2
+    assert panel_frames.shape[1:3] == (view.height(), view.width())
+
+
+def test_opening_a_run_shows_its_snapshots_and_model(window, qtbot, tmp_path):
+    window.panel.epochs.setValue(1)
+    window.train_action.trigger()
+    qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
+    run_root = window.run_dir.root
+    trained = window.snapshot_view.snapshots[-1]
+
+    window.panel.bottleneck.setText("7")
+    assert window.open_run(run_root)
+    assert window.panel.bottleneck.text() == "32x1x1"
+    shown = window.snapshot_view.snapshots
+    assert [s.epoch for s in shown] == [1]
+    np.testing.assert_array_equal(
+        shown[0].preview.reconstruction, trained.preview.reconstruction
+    )
+    assert window.model is not None and window.continue_action.isEnabled()
+
+
+def test_invalid_bottleneck_disables_train(window):
+    window.panel.bottleneck.setText("0x1")
+    assert not window.train_action.isEnabled()
+    assert "not valid" in window.panel.bottleneck.toolTip()
+    window.panel.bottleneck.setText("32x16x3")
+    assert window.train_action.isEnabled()
+
+
+def test_worker_error_reaches_the_window(window, qtbot, tmp_path):
+    window.panel.dataset.setCurrentText(str(tmp_path / "missing-folder"))
+    window.train_action.trigger()
+    qtbot.waitUntil(lambda: not window.training, timeout=30_000)
+    assert window.last_error is not None and "missing-folder" in window.last_error
+    assert window.train_action.isEnabled()
+
+
+def test_closing_during_training_stops_the_worker(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_EXPLORER_RUNS", str(tmp_path / "runs"))
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(settings)
+    qtbot.addWidget(win)
+    win.panel.train_limit.setValue(20000)
+    win.panel.epochs.setValue(50)
+    win.show()
+    win.train_action.trigger()
+    qtbot.waitUntil(lambda: "batch" in win.progress.format(), timeout=60_000)
+    thread = win.thread
+    win.close()
+    assert thread.isFinished()
+    assert (win.run_dir.root / "checkpoint.pt").is_file()
+
+
+def test_settings_are_remembered(qtbot, tmp_path):
+    path = str(tmp_path / "remember.ini")
+    first = MainWindow(QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(first)
+    first.panel.bottleneck.setText("32x16x3")
+    first.panel.epochs.setValue(7)
+    first.panel.mapping.setCurrentText("tiles")
+    first.close()
+    second = MainWindow(QSettings(path, QSettings.Format.IniFormat))
+    qtbot.addWidget(second)
+    assert second.panel.bottleneck.text() == "32x16x3"
+    assert second.panel.epochs.value() == 7
+    assert second.snapshot_view.mapping == "tiles"
