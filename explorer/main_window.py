@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -22,11 +23,13 @@ from PySide6.QtWidgets import (
 from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.cli import format_duration, run_name
 from core.config import TrainConfig
+from core.data import DatasetError, ImageDataset, load_dataset
 from core.models import LatentModel
 from core.recording import GifRecorder, write_gif
 from core.render import snapshot_mosaic
 from core.rundir import RunDirectory, RunDirectoryError, default_runs_root
 from core.training import BatchProgress, EpochResult, RunInfo, TrainingSummary
+from explorer.perturb_panel import PerturbPanel
 from explorer.qtimage import grab_widget
 from explorer.settings_panel import SettingsPanel
 from explorer.views import CurvesView, Snapshot, SnapshotView
@@ -35,6 +38,7 @@ from explorer.worker import TrainingWorker, start_training
 logger = logging.getLogger(__name__)
 
 RUN_POLL_INTERVAL_MS = 2000
+BUNDLED_CAPSNET = Path(__file__).resolve().parents[1] / "resources" / "capsnet_mnist.pt"
 
 
 class MainWindow(QMainWindow):
@@ -51,6 +55,11 @@ class MainWindow(QMainWindow):
         self.recorder: GifRecorder | None = None
         self.last_error: str | None = None
         self.last_saved: Path | None = None
+        self.datasets: dict[str, ImageDataset] = {}  # loaded for exploring
+        self.model_dataset: ImageDataset | None = None  # the model's test images
+        self.model_source = ""
+        self._perturb_stale = False
+        self.model_config_dataset = "mnist"
 
         self.panel = SettingsPanel()
         scroll = QScrollArea()
@@ -71,6 +80,12 @@ class MainWindow(QMainWindow):
         self.curves_view = CurvesView()
         self.tabs.addTab(self.snapshot_view, "Snapshots")
         self.tabs.addTab(self.curves_view, "Curves")
+        self.perturb_panel = PerturbPanel()
+        self.tabs.addTab(self.perturb_panel, "Perturb")
+        self.tabs.currentChanged.connect(lambda _index: self._refresh_perturb_panel())
+        self.perturb_panel.exported.connect(
+            lambda path: self.statusBar().showMessage(f"Saved {path}", 10000)
+        )
         self.setCentralWidget(self.tabs)
         self.panel.mappingChanged.connect(self.snapshot_view.set_mapping)
         self.snapshot_view.set_mapping(self.panel.mapping.currentText())
@@ -150,12 +165,23 @@ class MainWindow(QMainWindow):
             self.choose_checkpoint_copy,
             "Save the current model to a checkpoint file",
         )
+        self.bundled_action = self._action(
+            "Load bundled CapsNet",
+            "Ctrl+B",
+            self.load_bundled_capsnet,
+            "Explore the CapsNet shipped with the application (trained on MNIST)",
+        )
         quit_action = self._action(
             "Quit", QKeySequence.StandardKey.Quit, self.close, "Close the window"
         )
 
         file_menu = self.menuBar().addMenu("&File")
-        for action in (self.open_action, self.save_action, self.export_action):
+        for action in (
+            self.open_action,
+            self.bundled_action,
+            self.save_action,
+            self.export_action,
+        ):
             file_menu.addAction(action)
         file_menu.addSeparator()
         file_menu.addAction(quit_action)
@@ -264,6 +290,7 @@ class MainWindow(QMainWindow):
         self.worker.batchFinished.connect(self._on_batch)
         self.worker.epochFinished.connect(self._on_epoch)
         self.worker.statusChanged.connect(self._on_status)
+        self.worker.datasetLoaded.connect(self._on_dataset_loaded)
         self.worker.downloadProgress.connect(self._on_download)
         self.worker.failed.connect(self.show_error)
         self.worker.finished.connect(self._on_finished)
@@ -314,8 +341,13 @@ class MainWindow(QMainWindow):
         position = progress.epoch - 1 + progress.batch / progress.batches
         self.curves_view.add_batch(position, progress.loss)
 
+    def _on_dataset_loaded(self, dataset: ImageDataset) -> None:
+        self.model_dataset = dataset
+
     def _on_epoch(self, result: EpochResult, model: LatentModel | None) -> None:
-        self.model = model
+        self.set_model(
+            model, self.model_dataset, f"Live model after epoch {result.epoch}"
+        )
         snapshot = Snapshot(
             result.epoch,
             result.preview,
@@ -370,8 +402,84 @@ class MainWindow(QMainWindow):
     def _reset_views(self) -> None:
         self.snapshot_view.clear()
         self.curves_view.clear_curves()
-        self.model = None
+        self.set_model(None, None, "")
         self.checkpoint = None
+
+    # ---- exploring a model --------------------------------------------------
+
+    def set_model(
+        self, model: LatentModel | None, dataset: ImageDataset | None, source: str
+    ) -> None:
+        """Make ``model`` the one that the Perturb tab explores."""
+        self.model = model
+        self.model_dataset = dataset
+        self.model_source = source
+        self._perturb_stale = True
+        self._refresh_perturb_panel()
+
+    def _refresh_perturb_panel(self) -> None:
+        """Hand the model to the Perturb tab, but only while it is visible."""
+        if (
+            not self._perturb_stale
+            or self.tabs.currentWidget() is not self.perturb_panel
+        ):
+            return
+        self._perturb_stale = False
+        if self.run_dir is not None:
+            self.perturb_panel.output_dir = self.run_dir.recordings_dir
+        else:
+            self.perturb_panel.output_dir = default_runs_root() / "perturbations"
+        self.perturb_panel.gif_duration_ms = self.panel.gif_duration.value()
+        self.perturb_panel.gif_loop = self.panel.gif_loop.value()
+        if self.model is not None and self.model_dataset is None:
+            self.model_dataset = self._dataset_for_exploring(self.model_config_dataset)
+        try:
+            self.perturb_panel.set_model(
+                self.model, self.model_dataset, self.model_source
+            )
+        except ValueError as error:
+            self.show_error(str(error))
+
+    def _dataset_for_exploring(self, name: str) -> ImageDataset | None:
+        """Load (once) the dataset whose test images the Perturb tab shows."""
+        if name in self.datasets:
+            return self.datasets[name]
+        self.statusBar().showMessage(f"Loading {name} test images…")
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            dataset = load_dataset(name, download=False)
+        except DatasetError as error:
+            self.show_error(str(error))
+            return None
+        finally:
+            QApplication.restoreOverrideCursor()
+        self.datasets[name] = dataset
+        return dataset
+
+    def load_bundled_capsnet(self) -> bool:
+        """Load the CapsNet shipped in resources/ and open the Perturb tab."""
+        if self.training:
+            self.show_error("Stop training before loading another model.")
+            return False
+        try:
+            checkpoint = load_checkpoint(BUNDLED_CAPSNET)
+            model = checkpoint.build_model().eval()
+        except CheckpointError as error:
+            self.show_error(str(error))
+            return False
+        self.run_dir = None
+        self.checkpoint = None
+        self.model_config_dataset = checkpoint.config.get("dataset", "mnist")
+        accuracy = (
+            checkpoint.history[-1].get("test_accuracy") if checkpoint.history else None
+        )
+        source = f"Bundled CapsNet, {checkpoint.epoch} epochs on MNIST"
+        if accuracy is not None:
+            source += f", test accuracy {100 * accuracy:.2f}%"
+        self.set_model(model, None, source)
+        self.tabs.setCurrentWidget(self.perturb_panel)
+        self._update_actions()
+        return True
 
     # ---- run directories ----------------------------------------------------
 
@@ -399,11 +507,16 @@ class MainWindow(QMainWindow):
         self._shown_epochs: set[int] = set()
         self._poll_run()
         self._load_checkpoint_quietly()
+        self.model_config_dataset = config.dataset
         if self.checkpoint is not None:
             try:
-                self.model = self.checkpoint.build_model().eval()
+                model = self.checkpoint.build_model().eval()
             except CheckpointError as error:
                 self.show_error(str(error))
+            else:
+                self.set_model(
+                    model, None, f"{run.root.name}, epoch {self.checkpoint.epoch}"
+                )
         self.setWindowTitle(f"latent-explorer — {run.root.name}")
         self.poll_timer.start()
         self._update_actions()

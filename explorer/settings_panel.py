@@ -97,6 +97,53 @@ class SettingsPanel(QWidget):
         model_form.addRow("Width", self.width)
         layout.addWidget(model_box)
 
+        self.capsnet_box = QGroupBox("CapsNet")
+        caps_form = QFormLayout(self.capsnet_box)
+        self.routing_iterations = self._spin(1, 10, 3)
+        self.routing_iterations.setToolTip(
+            "Routing-by-agreement iterations between primary and digit capsules "
+            "(the paper uses 3)"
+        )
+        caps_form.addRow("Routing iterations", self.routing_iterations)
+        self.digit_dim = self._spin(2, 128, 16)
+        self.digit_dim.setToolTip(
+            "Values per digit capsule (paper: 16). Wider capsules give the "
+            "decoder more to reconstruct from"
+        )
+        caps_form.addRow("Capsule dimensions", self.digit_dim)
+        self.front_end = QComboBox()
+        self.front_end.addItems(["paper", "deep"])
+        self.front_end.setToolTip(
+            "paper: one 256-channel 9x9 conv. deep: three 9x9 convs with "
+            "BatchNorm, the CIFAR-10 variant"
+        )
+        caps_form.addRow("Front end", self.front_end)
+        self.decoder_input = QComboBox()
+        self.decoder_input.addItems(["masked", "all"])
+        self.decoder_input.setToolTip(
+            "masked: the decoder sees only the true (training) or predicted "
+            "(evaluation) class's capsule. all: every capsule, unmasked"
+        )
+        caps_form.addRow("Decoder input", self.decoder_input)
+        self.reconstruction_weight = QDoubleSpinBox()
+        self.reconstruction_weight.setDecimals(5)
+        self.reconstruction_weight.setRange(0.0, 1.0)
+        self.reconstruction_weight.setSingleStep(0.0001)
+        self.reconstruction_weight.setValue(0.0005)
+        self.reconstruction_weight.setToolTip(
+            "Weight of the reconstruction loss (sum of squared pixel errors) "
+            "against the margin loss; the paper uses 0.0005"
+        )
+        caps_form.addRow("Reconstruction weight", self.reconstruction_weight)
+        self.augment_shift = self._spin(0, 8, 2)
+        self.augment_shift.setSuffix(" px")
+        self.augment_shift.setToolTip(
+            "Shift each training image by up to this many pixels, with zero "
+            "padding (paper: 2)"
+        )
+        caps_form.addRow("Random shift", self.augment_shift)
+        layout.addWidget(self.capsnet_box)
+
         train_box = QGroupBox("Training")
         train_form = QFormLayout(train_box)
         self.epochs = self._spin(1, 10_000, defaults.epochs)
@@ -167,6 +214,7 @@ class SettingsPanel(QWidget):
         is_autoencoder = kind == "autoencoder"
         self.bottleneck.setEnabled(is_autoencoder)
         self.width.setEnabled(is_autoencoder)
+        self.capsnet_box.setVisible(not is_autoencoder)
         self._check_bottleneck(self.bottleneck.text())
 
     def _check_bottleneck(self, text: str) -> None:
@@ -189,17 +237,27 @@ class SettingsPanel(QWidget):
     def config(self) -> TrainConfig:
         """Return the TrainConfig that the form describes (validated)."""
         model = self.model.currentText()
+        options = {}
+        if model == "capsnet":
+            options = {
+                "routing_iterations": self.routing_iterations.value(),
+                "digit_dim": self.digit_dim.value(),
+                "front_end": self.front_end.currentText(),
+                "decoder_input": self.decoder_input.currentText(),
+                "reconstruction_weight": self.reconstruction_weight.value(),
+            }
         config = TrainConfig(
             dataset=self.dataset.currentText().strip(),
             model=model,
             bottleneck=self.bottleneck.text().strip(),
             width=self.width.value(),
+            model_options=options,
             epochs=self.epochs.value(),
             batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(),
             train_limit=self.train_limit.value() or None,
             test_limit=self.test_limit.value() or None,
-            augment_shift=2 if model == "capsnet" else 0,
+            augment_shift=self.augment_shift.value() if model == "capsnet" else 0,
             device=self.device.currentText(),
             precision=self.precision.currentText(),
         )
@@ -219,6 +277,16 @@ class SettingsPanel(QWidget):
         self.test_limit.setValue(config.test_limit or 0)
         self.device.setCurrentText(config.device)
         self.precision.setCurrentText(config.precision)
+        options = config.model_options
+        self.routing_iterations.setValue(int(options.get("routing_iterations", 3)))
+        self.digit_dim.setValue(int(options.get("digit_dim", 16)))
+        self.front_end.setCurrentText(str(options.get("front_end", "paper")))
+        self.decoder_input.setCurrentText(str(options.get("decoder_input", "masked")))
+        self.reconstruction_weight.setValue(
+            float(options.get("reconstruction_weight", 0.0005))
+        )
+        if config.model == "capsnet":
+            self.augment_shift.setValue(config.augment_shift)
 
     def _fields(self) -> dict[str, QWidget]:
         return {
@@ -233,6 +301,12 @@ class SettingsPanel(QWidget):
             "test_limit": self.test_limit,
             "device": self.device,
             "precision": self.precision,
+            "routing_iterations": self.routing_iterations,
+            "digit_dim": self.digit_dim,
+            "front_end": self.front_end,
+            "decoder_input": self.decoder_input,
+            "reconstruction_weight": self.reconstruction_weight,
+            "augment_shift": self.augment_shift,
             "mapping": self.mapping,
             "gif_duration": self.gif_duration,
             "gif_loop": self.gif_loop,

@@ -34,16 +34,18 @@ def make_image_item() -> pg.ImageItem:
     return pg.ImageItem(axisOrder="row-major")
 
 
-def make_image_box(layout: pg.GraphicsLayout, title: str) -> pg.ImageItem:
+def make_image_box(
+    layout: pg.GraphicsLayout, title: str
+) -> tuple[pg.ImageItem, pg.LabelItem, pg.ViewBox]:
     """Add a titled, aspect-locked, non-interactive ViewBox holding one image."""
-    layout.addLabel(title, justify="left")
+    label = layout.addLabel(title, justify="left")
     layout.nextRow()
     box = layout.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
     box.setMenuEnabled(False)
     item = make_image_item()
     box.addItem(item)
     layout.nextRow()
-    return item
+    return item, label, box
 
 
 def show_image(item: pg.ImageItem, image: np.ndarray) -> None:
@@ -67,9 +69,25 @@ class SnapshotView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#181a1f")
         rows = self.graphics.ci
-        self.original_item = make_image_box(rows, "Test images")
-        self.latent_item = make_image_box(rows, "Bottleneck")
-        self.reconstruction_item = make_image_box(rows, "Reconstructions")
+        self.original_item, _, _ = make_image_box(rows, "Test images")
+        self.latent_item, self.latent_title, _ = make_image_box(rows, "Bottleneck")
+        self.reconstruction_item, self.reconstruction_title, _ = make_image_box(
+            rows, "Reconstructions"
+        )
+        # CapsNet only: primary capsule lengths and digit capsule lengths.
+        self.primary_item, self.primary_title, self.primary_box = make_image_box(
+            rows, "Primary capsules: length per type (tiles) and grid position"
+        )
+        self.lengths_plot = rows.addPlot(title="Digit capsule lengths")
+        self.lengths_plot.setYRange(0, 1)
+        self.lengths_plot.setMouseEnabled(x=False, y=False)
+        self.lengths_plot.setLabel("bottom", "class (colour: test image)")
+        self._capsule_widgets = (
+            self.primary_title,
+            self.primary_box,
+            self.lengths_plot,
+        )
+        self._show_capsule_rows(False)
         layout.addWidget(self.graphics, 1)
 
         scrub = QHBoxLayout()
@@ -88,12 +106,23 @@ class SnapshotView(QWidget):
         scrub.addWidget(self.epoch_label)
         layout.addLayout(scrub)
 
+    def _show_capsule_rows(self, visible: bool) -> None:
+        for widget in self._capsule_widgets:
+            widget.setVisible(visible)
+            widget.setMaximumHeight(10_000 if visible else 0)
+
     def clear(self) -> None:
         self.snapshots.clear()
         self.slider.setRange(0, 0)
         self.slider.setEnabled(False)
-        for item in (self.original_item, self.latent_item, self.reconstruction_item):
+        for item in (
+            self.original_item,
+            self.latent_item,
+            self.reconstruction_item,
+            self.primary_item,
+        ):
             item.clear()
+        self.lengths_plot.clear()
         self.epoch_label.setText("No snapshot yet: press Train")
 
     def add_snapshot(self, snapshot: Snapshot) -> None:
@@ -127,6 +156,44 @@ class SnapshotView(QWidget):
             image_row(list(images_to_rgb(snapshot.preview.reconstruction)), CELL_PX),
         )
 
+    def _show_capsules(self, snapshot: Snapshot) -> None:
+        extras = snapshot.preview.extras
+        is_capsnet = "lengths" in extras
+        self._show_capsule_rows(is_capsnet)
+        if not is_capsnet:
+            self.latent_title.setText("Bottleneck")
+            self.reconstruction_title.setText("Reconstructions")
+            return
+        classes, dims = snapshot.preview.latent.shape[1:]
+        self.latent_title.setText(f"Digit capsules ({classes} x {dims})")
+        predictions = extras["prediction"]
+        lengths = extras["lengths"]
+        guesses = " ".join(
+            f"{int(p)} ({lengths[i, int(p)]:.2f})" for i, p in enumerate(predictions)
+        )
+        self.reconstruction_title.setText(
+            f"Reconstructions from the predicted capsule — predicted: {guesses}"
+        )
+        if "primary_lengths" in extras:
+            show_image(
+                self.primary_item,
+                image_row(latent_images(extras["primary_lengths"], "tiles"), CELL_PX),
+            )
+        self.lengths_plot.clear()
+        count = len(lengths)
+        width = 0.8 / count
+        for index in range(count):
+            colour = pg.intColor(index, hues=max(count, 2), alpha=220)
+            self.lengths_plot.addItem(
+                pg.BarGraphItem(
+                    x=np.arange(classes) - 0.4 + (index + 0.5) * width,
+                    height=lengths[index],
+                    width=width,
+                    brush=colour,
+                    pen=None,
+                )
+            )
+
     def _show_index(self, index: int) -> None:
         if not 0 <= index < len(self.snapshots):
             return
@@ -135,6 +202,7 @@ class SnapshotView(QWidget):
         show_image(self.original_item, originals)
         show_image(self.latent_item, latents)
         show_image(self.reconstruction_item, reconstructions)
+        self._show_capsules(snapshot)
         low, high = latent_levels(snapshot.preview.latent)
         text = f"{snapshot.epoch} of {self.snapshots[-1].epoch}"
         if "test_psnr_db" in snapshot.metrics:

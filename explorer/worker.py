@@ -70,6 +70,7 @@ class TrainingWorker(QObject):
     batchFinished = Signal(object)  # BatchProgress
     epochFinished = Signal(object, object)  # EpochResult, model copy
     statusChanged = Signal(str)
+    datasetLoaded = Signal(object)  # ImageDataset, as limited for this run
     downloadProgress = Signal(int, int)  # bytes done, bytes total (0: unknown)
     failed = Signal(str)
     finished = Signal(object)  # TrainingSummary or None after a failure
@@ -99,6 +100,7 @@ class TrainingWorker(QObject):
                     int(done), int(total or 0)
                 ),
             ).limited(self.config.train_limit, self.config.test_limit)
+            self.datasetLoaded.emit(dataset)
             if self.control.stop_requested:
                 self.finished.emit(None)
                 return

@@ -130,3 +130,59 @@ def test_settings_are_remembered(qtbot, tmp_path):
     assert second.panel.bottleneck.text() == "32x16x3"
     assert second.panel.epochs.value() == 7
     assert second.snapshot_view.mapping == "tiles"
+
+
+def test_capsnet_trains_live_and_its_capsules_can_be_perturbed(window, qtbot, tmp_path):
+    panel = window.panel
+    panel.model.setCurrentText("capsnet")
+    panel.train_limit.setValue(1000)
+    panel.test_limit.setValue(200)
+    panel.batch_size.setValue(100)
+    panel.epochs.setValue(1)
+    window.train_action.trigger()
+    qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
+    assert window.last_error is None
+
+    view = window.snapshot_view
+    snapshot = view.snapshots[-1]
+    assert snapshot.preview.latent.shape == (8, 10, 16)
+    assert view.lengths_plot.isVisible() and view.primary_item.image is not None
+    assert "Digit capsules (10 x 16)" in view.latent_title.text
+    assert "accuracy" in window.curves_view.metric_plot.titleLabel.text
+
+    window.tabs.setCurrentWidget(window.perturb_panel)
+    perturb = window.perturb_panel
+    assert perturb.perturber is not None and perturb.perturber.is_capsnet
+    assert len([s for s in perturb.sliders if not s.isHidden()]) == 16
+    assert perturb.sliders[0].maximum() == 5  # 0.25 in steps of 0.05
+    perturb.index.setValue(7)
+    before = perturb.decoded_image.copy()
+    with qtbot.waitSignal(perturb.decoded, timeout=2000):
+        perturb.set_slider(3, 0.25)
+    assert perturb.slider_labels[3].text() == "+0.250"
+    assert np.abs(perturb.decoded_image - before).max() > 1e-5
+    perturb.reset()
+    np.testing.assert_array_equal(perturb.decoded_image, before)
+
+    grid_path = perturb.export_grid(tmp_path / "grid.png")
+    grid = iio.imread(grid_path)
+    assert grid.shape[0] > grid.shape[1]  # 16 rows of 11 columns
+    sweep_path = perturb.export_sweep(tmp_path / "sweep.gif", steps=4)
+    assert iio.imread(sweep_path, index=None).shape[0] == 4 + 6 + 2
+
+
+def test_autoencoder_bottleneck_sliders_in_the_window(window, qtbot):
+    window.panel.epochs.setValue(1)
+    window.panel.bottleneck.setText("40")
+    window.train_action.trigger()
+    qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
+    window.tabs.setCurrentWidget(window.perturb_panel)
+    perturb = window.perturb_panel
+    assert not perturb.capsule.isEnabled() and perturb.first_dim.isEnabled()
+    assert perturb.first_dim.maximum() == 40 - 16
+    perturb.first_dim.setValue(24)
+    assert perturb.dims == list(range(24, 40))
+    before = perturb.decoded_image.copy()
+    perturb.set_slider(15, perturb.limit.value())
+    assert perturb.deltas()[39] == pytest.approx(perturb.limit.value(), rel=0.2)
+    assert np.abs(perturb.decoded_image - before).max() > 1e-5

@@ -467,6 +467,11 @@ class CapsNet(LatentModel):
                 "lengths": output.lengths.float().cpu().numpy(),
                 "prediction": output.prediction.long().cpu().numpy(),
                 "primary": output.primary.float().cpu().numpy(),
+                # (B, types, grid height, grid width): one tile per capsule type.
+                "primary_lengths": capsule_lengths(output.primary.float())
+                .view(len(images), -1, *self.primary_grid)
+                .cpu()
+                .numpy(),
             },
         )
 
