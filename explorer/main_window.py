@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -31,6 +31,7 @@ from core.rundir import RunDirectory, RunDirectoryError, default_runs_root
 from core.training import BatchProgress, EpochResult, RunInfo, TrainingSummary
 from explorer.perturb_panel import PerturbPanel
 from explorer.qtimage import grab_widget
+from explorer.resources import BUNDLED_CAPSNET, ICON_FILE
 from explorer.settings_panel import SettingsPanel
 from explorer.views import CurvesView, Snapshot, SnapshotView
 from explorer.worker import TrainingWorker, start_training
@@ -38,13 +39,13 @@ from explorer.worker import TrainingWorker, start_training
 logger = logging.getLogger(__name__)
 
 RUN_POLL_INTERVAL_MS = 2000
-BUNDLED_CAPSNET = Path(__file__).resolve().parents[1] / "resources" / "capsnet_mnist.pt"
 
 
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None) -> None:
         super().__init__()
         self.setWindowTitle("latent-explorer")
+        self.setWindowIcon(QIcon(str(ICON_FILE)))
         self.resize(1280, 820)
         self.settings = settings or QSettings()
         self.thread: QThread | None = None
@@ -229,7 +230,7 @@ class MainWindow(QMainWindow):
         )
         self.pause_action.setEnabled(training)
         self.stop_action.setEnabled(training)
-        self.panel.setEnabled(not training)
+        self.panel.set_training(training)
         has_snapshots = bool(self.snapshot_view.snapshots)
         self.export_action.setEnabled(has_snapshots)
         self.save_action.setEnabled(self.model is not None)
@@ -296,6 +297,10 @@ class MainWindow(QMainWindow):
         self.worker.finished.connect(self._on_finished)
         self.progress.setRange(0, 0)
         self.progress.setFormat("starting…")
+        if not self.snapshot_view.snapshots:
+            self.snapshot_view.epoch_label.setText(
+                "Training: the first snapshot appears after epoch 1"
+            )
         self.thread = start_training(self.worker)
         self.setWindowTitle(f"latent-explorer — {run.root.name}")
         self._update_actions()

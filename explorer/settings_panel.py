@@ -27,6 +27,7 @@ from core.data import DATASET_NAMES
 from core.device import DEVICE_CHOICES, PRECISION_CHOICES
 from core.models import MODEL_KINDS
 from core.render import MAPPINGS
+from explorer.resources import load_presets
 
 INVALID_STYLE = "QLineEdit { border: 1px solid #d9534f; }"
 
@@ -41,6 +42,18 @@ class SettingsPanel(QWidget):
         super().__init__(parent)
         defaults = TrainConfig()
         layout = QVBoxLayout(self)
+
+        self.presets = load_presets()
+        self.preset = QComboBox()
+        self.preset.addItem("Presets…")
+        for preset in self.presets:
+            self.preset.addItem(preset["name"])
+        self.preset.setToolTip(
+            "Fill the form with a configuration from the original bottleneck "
+            "experiment or the CapsNet paper"
+        )
+        self.preset.activated.connect(self._apply_preset)
+        layout.addWidget(self.preset)
 
         data_box = QGroupBox("Data")
         data_form = QFormLayout(data_box)
@@ -159,6 +172,15 @@ class SettingsPanel(QWidget):
         self.learning_rate.setValue(defaults.learning_rate)
         self.learning_rate.setToolTip("Adam learning rate (step size)")
         train_form.addRow("Learning rate", self.learning_rate)
+        self.lr_decay = QDoubleSpinBox()
+        self.lr_decay.setDecimals(3)
+        self.lr_decay.setRange(0.5, 1.0)
+        self.lr_decay.setSingleStep(0.01)
+        self.lr_decay.setValue(defaults.lr_decay)
+        self.lr_decay.setToolTip(
+            "The learning rate is multiplied by this after every epoch (1: constant)"
+        )
+        train_form.addRow("LR decay per epoch", self.lr_decay)
         self.device = QComboBox()
         self.device.addItems(DEVICE_CHOICES)
         self.device.setToolTip("auto: CUDA GPU, then Apple MPS, then the CPU")
@@ -193,9 +215,25 @@ class SettingsPanel(QWidget):
         view_form.addRow("GIF loops", self.gif_loop)
         layout.addWidget(view_box)
         layout.addStretch(1)
+        # Groups that define a run; the view group stays usable while training.
+        self._run_groups = (data_box, model_box, self.capsnet_box, train_box)
 
         self.model.currentTextChanged.connect(self._model_changed)
         self._model_changed(self.model.currentText())
+
+    def _apply_preset(self, index: int) -> None:
+        if index < 1:
+            return
+        values = TrainConfig().to_dict()
+        values.update(self.presets[index - 1]["config"])
+        self.apply_config(TrainConfig.from_dict(values))
+        self.preset.setCurrentIndex(0)
+
+    def set_training(self, training: bool) -> None:
+        """Lock the settings that define the run while it trains."""
+        self.preset.setEnabled(not training)
+        for group in self._run_groups:
+            group.setEnabled(not training)
 
     @staticmethod
     def _spin(low: int, high: int, value: int, step: int = 1) -> QSpinBox:
@@ -255,6 +293,7 @@ class SettingsPanel(QWidget):
             epochs=self.epochs.value(),
             batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(),
+            lr_decay=self.lr_decay.value(),
             train_limit=self.train_limit.value() or None,
             test_limit=self.test_limit.value() or None,
             augment_shift=self.augment_shift.value() if model == "capsnet" else 0,
@@ -273,6 +312,7 @@ class SettingsPanel(QWidget):
         self.epochs.setValue(config.epochs)
         self.batch_size.setValue(config.batch_size)
         self.learning_rate.setValue(config.learning_rate)
+        self.lr_decay.setValue(config.lr_decay)
         self.train_limit.setValue(config.train_limit or 0)
         self.test_limit.setValue(config.test_limit or 0)
         self.device.setCurrentText(config.device)
@@ -297,6 +337,7 @@ class SettingsPanel(QWidget):
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
+            "lr_decay": self.lr_decay,
             "train_limit": self.train_limit,
             "test_limit": self.test_limit,
             "device": self.device,

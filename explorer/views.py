@@ -243,14 +243,23 @@ class CurvesView(pg.GraphicsLayoutWidget):
             name="test",
         )
         self.nextRow()
-        self.metric_plot = self.addPlot(title="Test PSNR (dB)")
+        self.metric_plot = self.addPlot(title="PSNR (dB)")
         self.metric_plot.setLabel("bottom", "epoch")
         self.metric_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.metric_plot.addLegend(offset=(-10, -10))
+        self.train_metric_curve = self.metric_plot.plot(
+            pen=pg.mkPen("#4fa3f7", width=2),
+            symbol="o",
+            symbolSize=5,
+            symbolBrush="#4fa3f7",
+            name="train",
+        )
         self.metric_curve = self.metric_plot.plot(
             pen=pg.mkPen("#7ccf7a", width=2),
             symbol="o",
             symbolSize=5,
             symbolBrush="#7ccf7a",
+            name="test",
         )
         self.clear_curves()
 
@@ -263,6 +272,7 @@ class CurvesView(pg.GraphicsLayoutWidget):
             self.train_curve,
             self.test_curve,
             self.metric_curve,
+            self.train_metric_curve,
         ):
             curve.setData([], [])
 
@@ -281,10 +291,14 @@ class CurvesView(pg.GraphicsLayoutWidget):
         key = "test_accuracy" if "test_accuracy" in metrics else "test_psnr_db"
         scale = 100.0 if key == "test_accuracy" else 1.0
         self.metric_plot.setTitle(
-            "Test accuracy (%)" if key == "test_accuracy" else "Test PSNR (dB)"
+            "Accuracy (%)" if key == "test_accuracy" else "PSNR (dB)"
         )
-        values = [scale * m[key] for m in self.epochs if key in m]
-        self.metric_curve.setData(x[: len(values)], values)
+        for curve, name in (
+            (self.metric_curve, key),
+            (self.train_metric_curve, key.replace("test_", "train_")),
+        ):
+            points = [(m["epoch"], scale * m[name]) for m in self.epochs if name in m]
+            curve.setData([p[0] for p in points], [p[1] for p in points])
 
     def point_count(self) -> int:
         return len(self.batch_x) + len(self.epochs)

@@ -148,7 +148,7 @@ def test_capsnet_trains_live_and_its_capsules_can_be_perturbed(window, qtbot, tm
     assert snapshot.preview.latent.shape == (8, 10, 16)
     assert view.lengths_plot.isVisible() and view.primary_item.image is not None
     assert "Digit capsules (10 x 16)" in view.latent_title.text
-    assert "accuracy" in window.curves_view.metric_plot.titleLabel.text
+    assert "Accuracy" in window.curves_view.metric_plot.titleLabel.text
 
     window.tabs.setCurrentWidget(window.perturb_panel)
     perturb = window.perturb_panel
@@ -186,3 +186,25 @@ def test_autoencoder_bottleneck_sliders_in_the_window(window, qtbot):
     perturb.set_slider(15, perturb.limit.value())
     assert perturb.deltas()[39] == pytest.approx(perturb.limit.value(), rel=0.2)
     assert np.abs(perturb.decoded_image - before).max() > 1e-5
+
+
+def test_every_preset_fills_a_valid_form(window):
+    panel = window.panel
+    assert len(panel.presets) >= 6
+    for index, preset in enumerate(panel.presets, start=1):
+        panel._apply_preset(index)
+        config = panel.config()
+        for key, value in preset["config"].items():
+            assert getattr(config, key) == value, (preset["name"], key)
+    assert panel.preset.currentIndex() == 0
+
+
+def test_view_settings_stay_usable_while_training(window, qtbot):
+    window.panel.epochs.setValue(1)
+    window.train_action.trigger()
+    assert not window.panel.bottleneck.isEnabled()
+    assert window.panel.mapping.isEnabled()
+    window.panel.mapping.setCurrentText("tiles")
+    qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
+    assert window.snapshot_view.mapping == "tiles"
+    assert window.panel.bottleneck.isEnabled()
