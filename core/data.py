@@ -22,8 +22,8 @@ import gzip
 import importlib.metadata
 import logging
 import os
-import random
 import pickle
+import random
 import tarfile
 import threading
 import time
