@@ -28,7 +28,7 @@ CAPSULE_STEP = 0.05
 
 @dataclass
 class ImageAnalysis:
-    """What the model makes of one image before any perturbation."""
+    """The model's encoding of one image before any perturbation."""
 
     latent: np.ndarray  # capsules (classes, dims) or bottleneck (values,)
     reconstruction: np.ndarray  # (C, H, W) float32 in [0, 1]

@@ -1,7 +1,7 @@
 """The perturbation panel: move single capsule or bottleneck dimensions by hand.
 
-The panel holds a ``core.perturb.Perturber`` and asks it to decode on every
-slider move; it does no model math itself. Test images come from the
+The panel owns a ``core.perturb.Perturber`` and calls it to decode on every
+slider move, so it does no model math itself. Test images come from the
 dataset the model was trained on, loaded once per dataset and cached.
 """
 
@@ -278,7 +278,7 @@ class PerturbPanel(QWidget):
         self.redraw()
 
     def deltas(self) -> np.ndarray:
-        """The current slider values as a full-length delta vector."""
+        """Return the current slider values as a full-length delta vector."""
         vector = np.zeros(self.perturber.vector_size, dtype=np.float32)
         step = self.step.value()
         for slider, dim in zip(self.sliders, self.dims, strict=False):

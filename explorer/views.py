@@ -30,7 +30,7 @@ class Snapshot:
 
 
 def make_image_item() -> pg.ImageItem:
-    """An ImageItem for row-major (H, W, 3) uint8 arrays, row 0 at the top."""
+    """Return an ImageItem for row-major (H, W, 3) uint8 arrays, row 0 at the top."""
     return pg.ImageItem(axisOrder="row-major")
 
 
