@@ -458,6 +458,7 @@ class MainWindow(QMainWindow):
             return None
         finally:
             QApplication.restoreOverrideCursor()
+            self.statusBar().clearMessage()
         self.datasets[name] = dataset
         return dataset
 

@@ -166,6 +166,8 @@ class PerturbPanel(QWidget):
         self.graphics.nextRow()
         self.original_item = self._image_box(0)
         self.decoded_item = self._image_box(1)
+        for column in (0, 1):
+            self.graphics.ci.layout.setColumnStretchFactor(column, 1)
         self.graphics.nextRow()
         self.lengths_plot = self.graphics.addPlot(title="Capsule lengths", colspan=2)
         self.lengths_plot.setYRange(0, 1)
@@ -329,6 +331,7 @@ class PerturbPanel(QWidget):
         picture = images_to_rgb(image[None])[0]
         show_image(self.original_item, fit_into_cell(picture, PREVIEW_CELL_PX))
         label = int(self.dataset.test_labels[index])
+        self.class_choice.setCurrentIndex(label)
         text = f"Label: {self.dataset.classes[label]}"
         if analysis.lengths is not None:
             predicted = analysis.prediction

@@ -208,3 +208,20 @@ def test_view_settings_stay_usable_while_training(window, qtbot):
     qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
     assert window.snapshot_view.mapping == "tiles"
     assert window.panel.bottleneck.isEnabled()
+
+
+def test_bundled_capsnet_opens_the_perturb_tab(window, qtbot, tmp_path):
+    assert window.load_bundled_capsnet(), window.last_error
+    assert window.tabs.currentWidget() is window.perturb_panel
+    perturb = window.perturb_panel
+    assert "Bundled CapsNet" in perturb.model_label.text()
+    perturb.index.setValue(0)  # the first MNIST test image is a 7
+    assert perturb.perturber.analysis.prediction == 7
+    assert "predicted 7" in perturb.prediction_label.text()
+    perturb._next_of_class(3)
+    assert int(window.model_dataset.test_labels[perturb.index.value()]) == 3
+    before = perturb.decoded_image.copy()
+    perturb.set_slider(0, -0.25)
+    assert np.abs(perturb.decoded_image - before).max() > 0.01
+    perturb.pick_random()
+    assert perturb.decoded_image.shape == (1, 28, 28)
