@@ -66,7 +66,7 @@ class TerminalProgress(TrainingCallbacks):
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         self._last_draw = 0.0
-        self._interactive = hasattr(stream, "isatty") and stream.isatty()
+        self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def on_start(self, info: RunInfo) -> None:
         print(

@@ -6,8 +6,9 @@ import torch
 
 from bench import capsnet_mnist, compare_routing
 from bench.reference_capsnet import ReferenceDigitCaps
+from core.checkpoint import load_checkpoint
 from core.cli import build_parser as build_cli_parser
-from core.cli import config_from_args
+from core.cli import config_from_args, train_command
 
 
 def test_capsnet_benchmark_writes_json(tmp_path, capsys):
@@ -51,7 +52,7 @@ def test_capsnet_benchmark_rejects_too_much_warmup(capsys):
 
 def test_capsnet_benchmark_config_matches_cli():
     options = ["--epochs", "3", "--batch-size", "100", "--lr-decay", "0.9"]
-    options += ["--precision", "bf16", "--train-limit", "5000"]
+    options += ["--precision", "bf16", "--train-limit", "5000", "--device", "cpu"]
     cli_args = build_cli_parser().parse_args(
         ["--model", "capsnet", "--dataset", "mnist", *options]
     )
@@ -59,6 +60,26 @@ def test_capsnet_benchmark_config_matches_cli():
     cli_config = config_from_args(cli_args).to_dict()
     bench_config = capsnet_mnist.build_config(bench_args).to_dict()
     assert bench_config == cli_config
+
+
+def test_capsnet_benchmark_weights_match_cli(tmp_path):
+    # On the CPU, training is bit-reproducible. CUDA convolutions may not be.
+    options = ["--epochs", "1", "--batch-size", "100", "--lr-decay", "0.9"]
+    options += ["--train-limit", "200", "--test-limit", "100", "--device", "cpu"]
+    cli_options = ["--model", "capsnet", "--dataset", "mnist", "--quiet"]
+    cli_options += ["--run-dir", str(tmp_path / "cli")]
+    cli_code = train_command([*cli_options, *options])
+    assert cli_code == 0
+    bench_code = capsnet_mnist.main(
+        [*options, "--warmup-batches", "1", "--run-dir", str(tmp_path / "bench")]
+    )
+    assert bench_code == 0
+    cli_checkpoint = load_checkpoint(tmp_path / "cli" / "checkpoint.pt")
+    bench_checkpoint = load_checkpoint(tmp_path / "bench" / "checkpoint.pt")
+    assert cli_checkpoint.config == bench_checkpoint.config
+    assert cli_checkpoint.model_state.keys() == bench_checkpoint.model_state.keys()
+    for name, tensor in cli_checkpoint.model_state.items():
+        assert torch.equal(tensor, bench_checkpoint.model_state[name]), name
 
 
 def test_transform_layouts_round_trip():

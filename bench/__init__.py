@@ -1,0 +1,1 @@
+"""Benchmarks of the training engine. Results are in docs/benchmarks.md."""
