@@ -20,7 +20,12 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from core.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from core.cli import format_duration, run_name
 from core.config import TrainConfig
 from core.data import DatasetError, ImageDataset, load_dataset
@@ -362,8 +367,6 @@ class MainWindow(QMainWindow):
         )
         self.snapshot_view.add_snapshot(snapshot)
         self.curves_view.add_epoch(result.metrics)
-        if self.run_dir and self.run_dir.checkpoint_path.exists():
-            self.checkpoint = None  # reloaded lazily for Continue
         self._update_actions()
 
     def _on_status(self, message: str) -> None:
@@ -642,11 +645,23 @@ class MainWindow(QMainWindow):
             self, "Save checkpoint", "model.pt", "Checkpoints (*.pt)"
         )
         if path:
-            from core.checkpoint import save_checkpoint
+            self.save_model_checkpoint(path)
 
-            history = self.curves_view.epochs
-            save_checkpoint(path, self.model, epoch=len(history), history=history)
-            self.statusBar().showMessage(f"Saved {path}", 8000)
+    def save_model_checkpoint(self, path: str | Path) -> Path | None:
+        """Save the explored model, its metrics and its run's config to ``path``."""
+        if self.model is None:
+            return None
+        history = self.curves_view.epochs
+        config = self.run_dir.read_config() if self.run_dir else {}
+        try:
+            saved = save_checkpoint(
+                path, self.model, epoch=len(history), history=history, config=config
+            )
+        except OSError as error:
+            self.show_error(f"Could not save the checkpoint {path}: {error}")
+            return None
+        self.statusBar().showMessage(f"Saved {saved}", 8000)
+        return saved
 
     # ---- closing ------------------------------------------------------------
 

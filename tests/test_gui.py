@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
+from core.checkpoint import load_checkpoint
 from explorer.main_window import MainWindow
 
 TRAIN_TIMEOUT_MS = 120_000
@@ -83,6 +84,11 @@ def test_opening_a_run_shows_its_snapshots_and_model(window, qtbot, tmp_path):
         shown[0].preview.reconstruction, trained.preview.reconstruction
     )
     assert window.model is not None and window.continue_action.isEnabled()
+
+    saved = window.save_model_checkpoint(tmp_path / "copy.pt")
+    copy = load_checkpoint(saved)
+    assert copy.config["bottleneck"] == "32x1x1"
+    assert copy.epoch == 1
 
 
 def test_invalid_bottleneck_disables_train(window):
