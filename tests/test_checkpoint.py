@@ -18,7 +18,8 @@ def test_round_trip_rebuilds_an_identical_model(tmp_path):
     checkpoint = load_checkpoint(path)
     assert checkpoint.model_kind == "autoencoder"
     assert checkpoint.model_kwargs["bottleneck"] == "8x2x2"
-    assert checkpoint.history == history and checkpoint.config == {"seed": 3}
+    assert checkpoint.history == history
+    assert checkpoint.config == {"seed": 3}
     rebuilt = checkpoint.build_model()
     images = torch.rand(3, 1, 28, 28)
     model.eval()
@@ -28,7 +29,7 @@ def test_round_trip_rebuilds_an_identical_model(tmp_path):
     assert not list(tmp_path.glob(".*partial"))
 
 
-def test_half_precision_checkpoint_is_smaller_and_loads_as_float32(tmp_path):
+def test_half_precision_save_loads_as_float32(tmp_path):
     model = build_model("autoencoder", image_shape=[1, 28, 28], bottleneck="64")
     full = save_checkpoint(tmp_path / "full.pt", model)
     half = save_checkpoint(tmp_path / "half.pt", model, half_precision=True)
@@ -40,14 +41,14 @@ def test_half_precision_checkpoint_is_smaller_and_loads_as_float32(tmp_path):
     )
 
 
-def test_a_text_file_is_not_a_checkpoint(tmp_path):
+def test_load_rejects_text_file(tmp_path):
     path = tmp_path / "notes.pt"
     path.write_text("hello")
     with pytest.raises(CheckpointError, match=r"notes\.pt is not a readable"):
         load_checkpoint(path)
 
 
-def test_a_truncated_checkpoint_names_the_file(tmp_path):
+def test_load_names_truncated_file(tmp_path):
     model = build_model("autoencoder", image_shape=[1, 28, 28])
     path = save_checkpoint(tmp_path / "c.pt", model)
     data = path.read_bytes()
@@ -56,7 +57,7 @@ def test_a_truncated_checkpoint_names_the_file(tmp_path):
         load_checkpoint(path)
 
 
-def test_a_plain_state_dict_is_rejected_with_a_hint(tmp_path):
+def test_load_rejects_plain_state_dict(tmp_path):
     model = build_model("autoencoder", image_shape=[1, 28, 28])
     path = tmp_path / "weights.pt"
     torch.save(model.state_dict(), path)
@@ -64,7 +65,7 @@ def test_a_plain_state_dict_is_rejected_with_a_hint(tmp_path):
         load_checkpoint(path)
 
 
-def test_a_missing_file_is_named(tmp_path):
+def test_load_names_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.pt")
 

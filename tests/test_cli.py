@@ -34,10 +34,12 @@ def test_train_prints_psnr_and_writes_a_run(tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "test PSNR" in captured.out and " dB" in captured.out
+    assert "test PSNR" in captured.out
+    assert " dB" in captured.out
     assert "epoch 1:" in captured.err
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["bottleneck"] == "16" and config["train_limit"] == 1000
+    assert config["bottleneck"] == "16"
+    assert config["train_limit"] == 1000
     assert (run_dir / "checkpoint.pt").is_file()
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
 

@@ -35,7 +35,8 @@ def test_training_updates_views_and_records_gifs(window, qtbot, tmp_path):
     assert view.latent_item.image is None
 
     window.train_action.trigger()
-    assert window.training and not window.train_action.isEnabled()
+    assert window.training
+    assert not window.train_action.isEnabled()
     window.tabs.setCurrentIndex(1)  # the window stays usable during an epoch
     window.resize(1100, 760)
     qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
@@ -83,7 +84,8 @@ def test_opening_a_run_shows_its_snapshots_and_model(window, qtbot, tmp_path):
     np.testing.assert_array_equal(
         shown[0].preview.reconstruction, trained.preview.reconstruction
     )
-    assert window.model is not None and window.continue_action.isEnabled()
+    assert window.model is not None
+    assert window.continue_action.isEnabled()
 
     saved = window.save_model_checkpoint(tmp_path / "copy.pt")
     copy = load_checkpoint(saved)
@@ -103,7 +105,8 @@ def test_worker_error_reaches_the_window(window, qtbot, tmp_path):
     window.panel.dataset.setCurrentText(str(tmp_path / "missing-folder"))
     window.train_action.trigger()
     qtbot.waitUntil(lambda: not window.training, timeout=30_000)
-    assert window.last_error is not None and "missing-folder" in window.last_error
+    assert window.last_error is not None
+    assert "missing-folder" in window.last_error
     assert window.train_action.isEnabled()
 
 
@@ -138,7 +141,7 @@ def test_settings_are_remembered(qtbot, tmp_path):
     assert second.snapshot_view.mapping == "tiles"
 
 
-def test_capsnet_trains_live_and_its_capsules_can_be_perturbed(window, qtbot, tmp_path):
+def test_capsnet_training_and_perturbation(window, qtbot, tmp_path):
     panel = window.panel
     panel.model.setCurrentText("capsnet")
     panel.train_limit.setValue(1000)
@@ -152,13 +155,15 @@ def test_capsnet_trains_live_and_its_capsules_can_be_perturbed(window, qtbot, tm
     view = window.snapshot_view
     snapshot = view.snapshots[-1]
     assert snapshot.preview.latent.shape == (8, 10, 16)
-    assert view.lengths_plot.isVisible() and view.primary_item.image is not None
+    assert view.lengths_plot.isVisible()
+    assert view.primary_item.image is not None
     assert "Digit capsules (10 x 16)" in view.latent_title.text
     assert "Accuracy" in window.curves_view.metric_plot.titleLabel.text
 
     window.tabs.setCurrentWidget(window.perturb_panel)
     perturb = window.perturb_panel
-    assert perturb.perturber is not None and perturb.perturber.is_capsnet
+    assert perturb.perturber is not None
+    assert perturb.perturber.is_capsnet
     assert len([s for s in perturb.sliders if not s.isHidden()]) == 16
     assert perturb.sliders[0].maximum() == 5  # 0.25 in steps of 0.05
     perturb.index.setValue(7)
@@ -184,7 +189,8 @@ def test_autoencoder_bottleneck_sliders_in_the_window(window, qtbot):
     qtbot.waitUntil(lambda: not window.training, timeout=TRAIN_TIMEOUT_MS)
     window.tabs.setCurrentWidget(window.perturb_panel)
     perturb = window.perturb_panel
-    assert not perturb.capsule.isEnabled() and perturb.first_dim.isEnabled()
+    assert not perturb.capsule.isEnabled()
+    assert perturb.first_dim.isEnabled()
     assert perturb.first_dim.maximum() == 40 - 16
     perturb.first_dim.setValue(24)
     assert perturb.dims == list(range(24, 40))

@@ -56,12 +56,14 @@ def test_masked_decoder_sees_only_the_chosen_capsule(mnist_test):
         perturber.decode(10, np.zeros(16))
 
 
-def test_grid_has_one_row_per_dimension_and_paper_columns(mnist_test):
+def test_grid_rows_and_paper_columns(mnist_test):
     images, _ = mnist_test
     perturber = Perturber(capsnet())
     perturber.set_image(images[3])
     values = value_steps(0.25, 0.05)
-    assert len(values) == 11 and values[0] == -0.25 and values[-1] == 0.25
+    assert len(values) == 11
+    assert values[0] == -0.25
+    assert values[-1] == 0.25
     grid = perturber.grid(None, range(16), values)
     assert grid.shape == (16, 11, 1, 28, 28)
     # The middle column is the unperturbed reconstruction in every row.
@@ -89,8 +91,10 @@ def test_autoencoder_bottleneck_sliders(mnist_test):
     model = build_model("autoencoder", image_shape=[1, 28, 28], bottleneck="8x2x2")
     perturber = Perturber(model)
     analysis = perturber.set_image(images[0])
-    assert perturber.vector_count == 1 and perturber.vector_size == 32
-    assert analysis.latent.shape == (32,) and analysis.lengths is None
+    assert perturber.vector_count == 1
+    assert perturber.vector_size == 32
+    assert analysis.latent.shape == (32,)
+    assert analysis.lengths is None
     assert perturber.default_range >= 0.25
     delta = np.zeros(32, np.float32)
     delta[31] = 3.0

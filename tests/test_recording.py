@@ -23,7 +23,8 @@ def test_gif_round_trip_frame_count_size_and_duration(tmp_path):
         assert meta["duration"] == 120
     assert iio.immeta(path, index=0)["loop"] == 2
     # Content survives the palette: the orange stripe moves right.
-    assert frames[3, 10, 10, 0] > 200 and frames[3, 10, 0, 0] < 50
+    assert frames[3, 10, 10, 0] > 200
+    assert frames[3, 10, 0, 0] < 50
 
 
 def test_smaller_frames_are_padded_to_the_largest(tmp_path):

@@ -18,7 +18,8 @@ def test_images_to_rgb_keeps_orientation_and_scales():
     images[0, 0, 0, 0] = 1.0  # top-left pixel of the first image
     rgb = images_to_rgb(images)
     assert rgb.shape == (2, 4, 5, 3)
-    assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    assert rgb.dtype == np.uint8
+    assert rgb.flags.c_contiguous
     assert rgb[0, 0, 0].tolist() == [255, 255, 255]
     assert rgb[0, 3, 4].tolist() == [0, 0, 0]
 
@@ -48,8 +49,10 @@ def test_flat_latent_not_divisible_by_three_is_grey():
     image = latent_to_image(np.linspace(0, 1, 32), "rgb", (0.0, 1.0))
     assert image.shape == (6, 6, 3)
     pixels = image.reshape(-1, 3)[:32]
-    assert (pixels[:, 0] == pixels[:, 1]).all() and (pixels[:, 1] == pixels[:, 2]).all()
-    assert image[0, 0, 0] == 0 and image[5, 1, 0] == 255
+    assert (pixels[:, 0] == pixels[:, 1]).all()
+    assert (pixels[:, 1] == pixels[:, 2]).all()
+    assert image[0, 0, 0] == 0
+    assert image[5, 1, 0] == 255
     assert image[5, 2].tolist() == PADDING_COLOUR.tolist()
 
 
@@ -72,7 +75,8 @@ def test_capsule_matrix_renders_as_one_tile():
 def test_levels_are_shared_across_a_batch():
     latents = np.stack([np.zeros(12), np.ones(12)]).astype(np.float32)
     first, second = latent_images(latents, "rgb")
-    assert first.max() == 0 and second.min() == 255
+    assert first.max() == 0
+    assert second.min() == 255
     assert latent_levels(np.full(3, 2.0)) == (1.0, 3.0)
 
 
@@ -85,7 +89,8 @@ def test_upscale_is_nearest_neighbour():
     image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
     big = upscale(image, 3)
     assert big.shape == (6, 6, 3)
-    assert (big[:3, :3] == image[0, 0]).all() and (big[3:, 3:] == image[1, 1]).all()
+    assert (big[:3, :3] == image[0, 0]).all()
+    assert (big[3:, 3:] == image[1, 1]).all()
 
 
 def test_snapshot_mosaic_has_three_rows_of_cells():

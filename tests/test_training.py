@@ -49,14 +49,16 @@ def test_autoencoder_learns_and_writes_the_run_directory(mnist_small, tmp_path):
     callbacks = Recorder()
     summary = Trainer(small_config(), mnist_small, run, callbacks).run()
 
-    assert summary.reason == "finished" and summary.epochs_completed == 2
+    assert summary.reason == "finished"
+    assert summary.epochs_completed == 2
     assert callbacks.info.batches_per_epoch == 32
     assert len(callbacks.batches) == 64
     assert callbacks.batches[-1].eta_s == pytest.approx(0.0, abs=1.0)
     first, second = (r.metrics for r in callbacks.epochs)
     assert second["test_loss"] < first["test_loss"]
     assert second["test_psnr_db"] > first["test_psnr_db"] > 10.0
-    assert "train_loss" in first and "elapsed_s" in first
+    assert "train_loss" in first
+    assert "elapsed_s" in first
 
     assert [m["epoch"] for m in run.read_metrics()] == [1, 2]
     assert run.snapshot_epochs() == [1, 2]
@@ -75,7 +77,8 @@ def test_checkpoint_reproduces_the_saved_reconstructions_exactly(mnist_small, tm
     Trainer(small_config(epochs=1), mnist_small, run).run()
 
     checkpoint = load_checkpoint(run.checkpoint_path)
-    assert checkpoint.epoch == 1 and checkpoint.optimizer_state is not None
+    assert checkpoint.epoch == 1
+    assert checkpoint.optimizer_state is not None
     model = checkpoint.build_model().eval()
     inputs = run.load_preview_inputs()
     images = torch.from_numpy(inputs["images"]).float().div_(255.0)
@@ -124,7 +127,8 @@ def test_stop_between_batches_keeps_the_model(mnist_small, tmp_path):
     run = RunDirectory(tmp_path)
     callbacks = StopAtFive()
     summary = Trainer(small_config(), mnist_small, run, callbacks, control).run()
-    assert summary.reason == "stopped" and summary.epochs_completed == 0
+    assert summary.reason == "stopped"
+    assert summary.epochs_completed == 0
     assert len(callbacks.batches) == 5
     checkpoint = load_checkpoint(run.checkpoint_path)
     assert checkpoint.extra["stopped_mid_epoch"] is True
@@ -148,7 +152,8 @@ def test_pause_blocks_until_resumed(mnist_small):
     summary = Trainer(
         config, mnist_small.limited(320, 100), None, callbacks, control
     ).run()
-    assert summary.reason == "finished" and resumed.is_set()
+    assert summary.reason == "finished"
+    assert resumed.is_set()
     assert len(callbacks.batches) == 5
 
 
