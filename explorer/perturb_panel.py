@@ -242,7 +242,9 @@ class PerturbPanel(QWidget):
         self.capsule.setEnabled(self.perturber.is_capsnet)
         self._image_changed(self.index.value())
         self.limit.setValue(self.perturber.default_range)
-        if not self.perturber.is_capsnet:
+        if self.perturber.is_capsnet:
+            self.step.setValue(CAPSULE_STEP)
+        else:
             self.step.setValue(max(0.001, round(self.limit.value() / 5, 3)))
 
     # ---- sliders ------------------------------------------------------------

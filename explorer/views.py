@@ -223,6 +223,8 @@ class CurvesView(pg.GraphicsLayoutWidget):
         self.loss_plot = self.addPlot(title="Loss")
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.setLogMode(y=True)
+        # Label decades only: labelled minor ticks of a log axis overlap.
+        self.loss_plot.getAxis("left").setStyle(maxTextLevel=0)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
         self.loss_plot.addLegend(offset=(-10, 10))
         self.batch_curve = self.loss_plot.plot(

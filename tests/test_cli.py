@@ -59,16 +59,34 @@ def test_resume_extends_a_run(tmp_path, capsys):
     [
         (["--bottleneck", "0x1x1"], "zero dimension"),
         (["--bottleneck", "banana"], "CxHxW"),
-        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--epochs", "0"], "epochs (--epochs) must be at least 1"),
         (["--dataset", "no/such/folder"], "no/such/folder"),
         (["--resume", "/nonexistent/run"], "not a run directory"),
         (["--option", "novalue"], "KEY=VALUE"),
+        (["--option", "foo=1"], "no option 'foo'; valid options are"),
+        (["--dataset", "cifar10", "--data-root", "/nonexistent"], "--no-download"),
     ],
 )
 def test_bad_values_exit_with_a_message(tmp_path, capsys, args, message):
     code = train_command([*args, "--runs", str(tmp_path), "--no-download"])
     assert code == 2
     assert message in capsys.readouterr().err
+    # No empty run directory is left behind.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mistyped_command_is_not_opened_as_a_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "explorer", "trian"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "", "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 2
+    assert "'trian' is neither a command ('train') nor a run directory" in (
+        result.stderr
+    )
 
 
 def test_option_values_are_typed():

@@ -61,6 +61,7 @@ def test_autoencoder_learns_and_writes_the_run_directory(mnist_small, tmp_path):
     assert "elapsed_s" in first
 
     assert [m["epoch"] for m in run.read_metrics()] == [1, 2]
+    assert run.read_progress() == {"status": "finished", "epochs_completed": 2}
     assert run.snapshot_epochs() == [1, 2]
     assert run.snapshot_path(2, ".png").stat().st_size > 0
     assert run.read_config()["bottleneck"] == "32x1x1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from core.models.autoencoder import ConvAutoencoder
@@ -22,6 +23,13 @@ def build_model(kind: str, **kwargs: Any) -> LatentModel:
         raise ValueError(
             f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}"
         ) from None
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{kind} has no option {', '.join(map(repr, unknown))}; valid options "
+            f"are {', '.join(sorted(accepted))}"
+        )
     return cls(**kwargs)
 
 
