@@ -214,17 +214,33 @@ class SnapshotView(QWidget):
         self.snapshotShown.emit(snapshot.epoch)
 
 
+class LogAxis(pg.AxisItem):
+    """A log axis that labels only 1, 2 and 5 times a power of ten.
+
+    pyqtgraph labels every minor tick (0.02, 0.03, ... 0.09), and within a
+    decade those labels overlap.
+    """
+
+    def logTickStrings(self, values, scale, spacing):
+        labels = super().logTickStrings(values, scale, spacing)
+        kept = []
+        for value, label in zip(values, labels, strict=True):
+            mantissa = 10 ** (float(value) % 1.0)
+            kept.append(label if round(mantissa, 6) in (1.0, 2.0, 5.0) else "")
+        return kept
+
+
 class CurvesView(pg.GraphicsLayoutWidget):
     """Loss per batch and per epoch, and the test metric per epoch."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setBackground("#181a1f")
-        self.loss_plot = self.addPlot(title="Loss")
+        self.loss_plot = self.addPlot(
+            title="Loss", axisItems={"left": LogAxis(orientation="left")}
+        )
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.setLogMode(y=True)
-        # Label decades only: labelled minor ticks of a log axis overlap.
-        self.loss_plot.getAxis("left").setStyle(maxTextLevel=0)
         self.loss_plot.showGrid(x=True, y=True, alpha=0.2)
         self.loss_plot.addLegend(offset=(-10, 10))
         self.batch_curve = self.loss_plot.plot(

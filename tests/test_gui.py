@@ -237,3 +237,12 @@ def test_bundled_capsnet_opens_the_perturb_tab(window, qtbot, tmp_path):
     assert np.abs(perturb.decoded_image - before).max() > 0.01
     perturb.pick_random()
     assert perturb.decoded_image.shape == (1, 28, 28)
+
+
+def test_log_axis_labels_only_one_two_five(qtbot):
+    from explorer.views import LogAxis
+
+    axis = LogAxis(orientation="left")
+    values = list(np.log10([0.005, 0.006, 0.01, 0.02, 0.03, 0.05, 0.1]))
+    labels = axis.logTickStrings(values, 1, 1)
+    assert labels == ["0.005", "", "0.01", "0.02", "", "0.05", "0.1"]
