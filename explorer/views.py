@@ -214,6 +214,17 @@ class SnapshotView(QWidget):
         self.snapshotShown.emit(snapshot.epoch)
 
 
+def epoch_curve(plot: pg.PlotItem, colour: str, name: str) -> pg.PlotDataItem:
+    """Add a line with a dot per epoch to ``plot``."""
+    return plot.plot(
+        pen=pg.mkPen(colour, width=2),
+        symbol="o",
+        symbolSize=5,
+        symbolBrush=colour,
+        name=name,
+    )
+
+
 class LogAxis(pg.AxisItem):
     """A log axis that labels only 1, 2 and 5 times a power of ten.
 
@@ -246,39 +257,15 @@ class CurvesView(pg.GraphicsLayoutWidget):
         self.batch_curve = self.loss_plot.plot(
             pen=pg.mkPen("#5b6b82", width=1), name="train (batches)"
         )
-        self.train_curve = self.loss_plot.plot(
-            pen=pg.mkPen("#4fa3f7", width=2),
-            symbol="o",
-            symbolSize=5,
-            symbolBrush="#4fa3f7",
-            name="train (epoch mean)",
-        )
-        self.test_curve = self.loss_plot.plot(
-            pen=pg.mkPen("#f7a24f", width=2),
-            symbol="o",
-            symbolSize=5,
-            symbolBrush="#f7a24f",
-            name="test",
-        )
+        self.train_curve = epoch_curve(self.loss_plot, "#4fa3f7", "train (epoch mean)")
+        self.test_curve = epoch_curve(self.loss_plot, "#f7a24f", "test")
         self.nextRow()
         self.metric_plot = self.addPlot(title="PSNR (dB)")
         self.metric_plot.setLabel("bottom", "epoch")
         self.metric_plot.showGrid(x=True, y=True, alpha=0.2)
         self.metric_plot.addLegend(offset=(-10, -10))
-        self.train_metric_curve = self.metric_plot.plot(
-            pen=pg.mkPen("#4fa3f7", width=2),
-            symbol="o",
-            symbolSize=5,
-            symbolBrush="#4fa3f7",
-            name="train",
-        )
-        self.metric_curve = self.metric_plot.plot(
-            pen=pg.mkPen("#7ccf7a", width=2),
-            symbol="o",
-            symbolSize=5,
-            symbolBrush="#7ccf7a",
-            name="test",
-        )
+        self.train_metric_curve = epoch_curve(self.metric_plot, "#4fa3f7", "train")
+        self.metric_curve = epoch_curve(self.metric_plot, "#7ccf7a", "test")
         self.clear_curves()
 
     def clear_curves(self) -> None:
