@@ -33,7 +33,7 @@ from core.data import ImageDataset
 from core.models import LatentModel
 from core.perturb import CAPSULE_STEP, Perturber, grid_picture, value_steps
 from core.recording import write_gif
-from core.render import fit_into_cell, images_to_rgb
+from core.render import fit_into_cell, image_row, images_to_rgb
 from explorer.views import make_image_item, show_image
 
 logger = logging.getLogger(__name__)
@@ -161,15 +161,18 @@ class PerturbPanel(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#181a1f")
         layout.addWidget(self.graphics, 1)
-        self.graphics.addLabel("Test image", col=0)
-        self.graphics.addLabel("Decoded with perturbation", col=1)
+        self.graphics.addLabel(
+            "Test image (left) and decoded with perturbation (right)"
+        )
         self.graphics.nextRow()
-        self.original_item = self._image_box(0)
-        self.decoded_item = self._image_box(1)
-        for column in (0, 1):
-            self.graphics.ci.layout.setColumnStretchFactor(column, 1)
+        # One image holds both pictures, so they always share one scale.
+        box = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
+        box.setMenuEnabled(False)
+        self.pair_item = make_image_item()
+        box.addItem(self.pair_item)
+        self._original_picture: np.ndarray | None = None
         self.graphics.nextRow()
-        self.lengths_plot = self.graphics.addPlot(title="Capsule lengths", colspan=2)
+        self.lengths_plot = self.graphics.addPlot(title="Capsule lengths")
         self.lengths_plot.setYRange(0, 1)
         self.lengths_plot.setMouseEnabled(x=False, y=False)
         self.lengths_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
@@ -177,15 +180,6 @@ class PerturbPanel(QWidget):
         self.prediction_label = QLabel("")
         controls.insertWidget(1, self.prediction_label)
         self._set_enabled(False)
-
-    def _image_box(self, column: int) -> pg.ImageItem:
-        box = self.graphics.addViewBox(
-            col=column, lockAspect=True, invertY=True, enableMouse=False
-        )
-        box.setMenuEnabled(False)
-        item = make_image_item()
-        box.addItem(item)
-        return item
 
     def _set_enabled(self, enabled: bool) -> None:
         for widget in (
@@ -320,7 +314,10 @@ class PerturbPanel(QWidget):
             label.setText(f"{slider.value() * step:+.3f}")
         self.decoded_image = self.perturber.decode(self.selected_capsule(), deltas)
         picture = images_to_rgb(self.decoded_image[None])[0]
-        show_image(self.decoded_item, fit_into_cell(picture, PREVIEW_CELL_PX))
+        show_image(
+            self.pair_item,
+            image_row([self._original_picture, picture], PREVIEW_CELL_PX, gap=16),
+        )
         self.decoded.emit()
 
     # ---- images -------------------------------------------------------------
@@ -330,8 +327,7 @@ class PerturbPanel(QWidget):
             return
         image = self.dataset.test_images[index].numpy()
         analysis = self.perturber.set_image(image)
-        picture = images_to_rgb(image[None])[0]
-        show_image(self.original_item, fit_into_cell(picture, PREVIEW_CELL_PX))
+        self._original_picture = images_to_rgb(image[None])[0]
         label = int(self.dataset.test_labels[index])
         self.class_choice.setCurrentIndex(label)
         text = f"Label: {self.dataset.classes[label]}"
