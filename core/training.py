@@ -1,6 +1,6 @@
 """The training engine: one loop for every model, reporting through callbacks.
 
-The loop knows nothing about windows or terminals. It calls the methods of a
+The loop has no notion of windows or terminals. It calls the methods of a
 ``TrainingCallbacks`` object (the GUI's worker turns them into Qt signals,
 the command line into a progress bar) and checks a ``TrainingControl``
 between batches, so pausing and stopping never interrupt an optimizer step.
@@ -38,12 +38,12 @@ PROGRESS_FILE_INTERVAL_S = 1.0
 
 
 class TrainingError(Exception):
-    """Training cannot go on; the message says why and what to change."""
+    """Training cannot continue. The message states why and what to change."""
 
 
 @dataclass
 class RunInfo:
-    """What a run is about to do, reported once before the first batch."""
+    """The plan of a run, reported once before the first batch."""
 
     device: str
     train_images: int

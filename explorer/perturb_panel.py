@@ -165,7 +165,7 @@ class PerturbPanel(QWidget):
             "Test image (left) and decoded with perturbation (right)"
         )
         self.graphics.nextRow()
-        # One image holds both pictures, so they always share one scale.
+        # One image contains both pictures, so they always share one scale.
         box = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMouse=False)
         box.setMenuEnabled(False)
         self.pair_item = make_image_item()
