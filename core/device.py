@@ -56,7 +56,7 @@ def select_precision(request: str, device: torch.device) -> torch.dtype | None:
     """Return the autocast dtype for ``request`` on ``device``, or None for fp32.
 
     auto chooses bf16 on CUDA GPUs that support it and on CPUs with AMX. On a
-    2-core Xeon with AMX, training measured 2 to 5 times faster than in fp32
+    2-core Xeon with AMX, training measured about 2 times faster than in fp32
     (docs/benchmarks.md).
     """
     request = request.lower()
