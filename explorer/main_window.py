@@ -65,7 +65,8 @@ class MainWindow(QMainWindow):
         self.model_dataset: ImageDataset | None = None  # the model's test images
         self.model_source = ""
         self._perturb_stale = False
-        self.model_config_dataset = "mnist"
+        self.model_dataset_name = "mnist"  # loaded for the Perturb tab on demand
+        self._recorded_widget: QWidget | None = None
 
         self.panel = SettingsPanel()
         scroll = QScrollArea()
@@ -442,7 +443,7 @@ class MainWindow(QMainWindow):
         self.perturb_panel.gif_duration_ms = self.panel.gif_duration.value()
         self.perturb_panel.gif_loop = self.panel.gif_loop.value()
         if self.model is not None and self.model_dataset is None:
-            self.model_dataset = self._dataset_for_exploring(self.model_config_dataset)
+            self.model_dataset = self._dataset_for_exploring(self.model_dataset_name)
         try:
             self.perturb_panel.set_model(
                 self.model, self.model_dataset, self.model_source
@@ -480,7 +481,7 @@ class MainWindow(QMainWindow):
             return False
         self.run_dir = None
         self.checkpoint = None
-        self.model_config_dataset = checkpoint.config.get("dataset", "mnist")
+        self.model_dataset_name = checkpoint.config.get("dataset", "mnist")
         accuracy = (
             checkpoint.history[-1].get("test_accuracy") if checkpoint.history else None
         )
@@ -518,7 +519,7 @@ class MainWindow(QMainWindow):
         self._shown_epochs: set[int] = set()
         self._poll_run()
         self._load_checkpoint_quietly()
-        self.model_config_dataset = config.dataset
+        self.model_dataset_name = config.dataset
         if self.checkpoint is not None:
             try:
                 model = self.checkpoint.build_model().eval()
