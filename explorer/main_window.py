@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QTabWidget,
+    QWidget,
 )
 
 from core.checkpoint import (
