@@ -50,6 +50,8 @@ if __package__ in (None, ""):
 
 import torch
 
+from core.cli import build_parser as build_cli_parser
+from core.cli import config_from_args
 from core.config import TrainConfig
 from core.data import load_dataset
 from core.device import (
@@ -143,20 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
     """Return the configuration that ``latent-explorer train`` builds from the
-    same options with ``--model capsnet --dataset mnist``."""
-    config = TrainConfig(
-        dataset="mnist",
-        model="capsnet",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr_decay=args.lr_decay,
-        train_limit=args.train_limit,
-        test_limit=args.test_limit,
-        augment_shift=args.augment_shift,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-    )
+    same options with ``--model capsnet --dataset mnist``.
+
+    The options go through the command line's own parser, so the two cannot
+    drift apart.
+    """
+    argv = ["--model", "capsnet", "--dataset", "mnist"]
+    argv += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    argv += ["--lr-decay", str(args.lr_decay), "--seed", str(args.seed)]
+    argv += ["--augment-shift", str(args.augment_shift)]
+    argv += ["--device", args.device, "--precision", args.precision]
+    if args.train_limit is not None:
+        argv += ["--train-limit", str(args.train_limit)]
+    if args.test_limit is not None:
+        argv += ["--test-limit", str(args.test_limit)]
+    config = config_from_args(build_cli_parser().parse_args(argv))
     config.validate()
     return config
 
