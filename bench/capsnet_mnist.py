@@ -174,13 +174,7 @@ class StepClock(TrainingCallbacks):
         self.step_ends: dict[int, list[float]] = {}
 
     def on_start(self, info: RunInfo) -> None:
-        print(
-            f"Training on {info.device}: {info.train_images} training and "
-            f"{info.test_images} test images, {info.batches_per_epoch} batches "
-            f"per epoch, {info.parameters:,} parameters",
-            file=self.stream,
-            flush=True,
-        )
+        print(info.describe(), file=self.stream, flush=True)
 
     def on_batch(self, progress: BatchProgress) -> None:
         self.step_ends.setdefault(progress.epoch, []).append(time.perf_counter())

@@ -64,9 +64,9 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically and return its path.
 
-    ``half_precision`` stores floating-point weights as float16 (half the
-    size, for checkpoints shipped with the application) and drops the
-    optimizer state; loading converts them back to float32.
+    ``half_precision`` stores floating-point weights as float16 and drops the
+    optimizer state, which halves the size of checkpoints shipped with the
+    application. Loading converts the weights back to float32.
     """
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if half_precision:

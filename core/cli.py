@@ -69,12 +69,7 @@ class TerminalProgress(TrainingCallbacks):
         self._interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def on_start(self, info: RunInfo) -> None:
-        print(
-            f"Training on {info.device}: {info.train_images} training and "
-            f"{info.test_images} test images, {info.batches_per_epoch} batches per "
-            f"epoch, {info.parameters:,} parameters",
-            file=self.stream,
-        )
+        print(info.describe(), file=self.stream)
         if info.run_dir:
             print(f"Run directory: {info.run_dir}", file=self.stream)
 

@@ -6,7 +6,7 @@ the command line into a progress bar) and checks a ``TrainingControl``
 between batches, so pausing and stopping never interrupt an optimizer step.
 
 Each epoch is shuffled with a generator seeded from (seed, epoch), so a run
-resumed from a checkpoint sees the same batches as one that never stopped.
+resumed from a checkpoint gets the same batches as one that never stopped.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ class RunInfo:
     epochs: int
     parameters: int
     run_dir: str | None
+
+    def describe(self) -> str:
+        """Return one line naming the device, image counts and model size."""
+        return (
+            f"Training on {self.device}: {self.train_images} training and "
+            f"{self.test_images} test images, {self.batches_per_epoch} batches "
+            f"per epoch, {self.parameters:,} parameters"
+        )
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_flat_latent_divisible_by_three_becomes_rgb_pixels_in_a_square_grid():
     image = latent_to_image(latent, "rgb", (0.0, 29.0))
     assert grid_shape(10) == (3, 4)
     assert image.shape == (3, 4, 3)
-    # The second pixel holds values 3, 4, 5.
+    # The second pixel contains values 3, 4, 5.
     expected = np.rint(np.array([3, 4, 5]) * 255 / 29).astype(np.uint8)
     assert image[0, 1].tolist() == expected.tolist()
     # Cells after the tenth pixel are padding.

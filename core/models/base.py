@@ -1,8 +1,8 @@
 """The interface that the training engine, the renderer and the GUI use.
 
 Every model is a ``torch.nn.Module`` that also implements ``LatentModel``.
-The engine never needs to know which kind it is training: it asks the model
-for a loss and for summed statistics, and asks it for previews of fixed test
+The engine never needs to know which kind it is training: it calls the model
+for a loss and for summed statistics, and for previews of fixed test
 images after each epoch.
 """
 
@@ -22,7 +22,7 @@ class Preview:
 
     ``latent`` is the decoder's input before masking: for an autoencoder the
     bottleneck (B, C, H, W), for CapsNet the digit capsules (B, classes, dims).
-    ``reconstruction`` is (B, C, H, W) float32 in [0, 1]. ``extras`` holds
+    ``reconstruction`` is (B, C, H, W) float32 in [0, 1]. ``extras`` contains
     model-specific arrays such as capsule lengths or primary capsules.
     """
 
